@@ -1,0 +1,26 @@
+# The orders service's commands. `make help` lists them.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: help run test clean
+
+help:  ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+# The virtualenv is rebuilt whenever a requirements file changes.
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(BIN)/.installed  ## Serve the API on 127.0.0.1:8080 (local PostgreSQL if none is set)
+	$(BIN)/python localdb.py serve
+
+test: $(BIN)/.installed  ## Run the test suite on a scratch database
+	$(BIN)/python -m pytest
+
+clean:  ## Remove the virtualenv, the local database and caches
+	rm -rf $(VENV) .local .pytest_cache __pycache__

@@ -1,0 +1,54 @@
+"""gunicorn settings for the orders service, in every environment.
+
+The S2I Python builder's `run` script starts
+`gunicorn "$APP_MODULE" --config "$APP_CONFIG"` when both are set in
+.s2i/environment; `make run`, the tests and the benchmark start it the
+same way. Values come from the environment the builder and the
+Deployment provide.
+"""
+
+import os
+import sys
+
+import orders
+
+# Listen where OpenShift's probes and Service expect it.
+bind = "0.0.0.0:" + os.environ.get("PORT", "8080")
+
+# The builder computes WEB_CONCURRENCY from the container's CPU and
+# memory limits; two workers when it is unset.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+
+# One access line a request, on stdout, with the user and request id the
+# app puts in the WSGI environ. Never the query string or a header.
+accesslog = "-"
+access_log_format = (
+    "method=%(m)s path=%(U)s status=%(s)s duration_ms=%(M)s "
+    "user=%({orders.user}e)s request_id=%({orders.request_id}e)s"
+)
+errorlog = "-"
+
+# SIGTERM lets requests in flight finish for up to this long; the pod's
+# terminationGracePeriodSeconds (30 s by default) must be longer.
+graceful_timeout = 20
+timeout = 30
+keepalive = 5
+
+# gunicorn's control socket would be made under $HOME; the container's
+# home is not ours to write, and nothing here uses the socket.
+control_socket_disable = True
+
+# Heartbeat files in memory, never in the (read-only) source folder.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def on_starting(server):
+    """Check the settings and apply the schema once, before forking."""
+    try:
+        orders.prepare_database(os.environ)
+    except orders.ConfigError as error:
+        sys.exit(f"ERROR: {error}")
+    except orders.db.DatabaseUnavailable as error:
+        sys.exit(f"ERROR: database unreachable, schema not applied: {error}")
