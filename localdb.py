@@ -222,11 +222,15 @@ def serve():
         "--bind", f"127.0.0.1:{port}", "orders:create_app()",
     ]
     gunicorn = subprocess.Popen(command, env=environ, cwd=Path(__file__).parent)
+    # Ctrl-C or a SIGTERM to this process: let gunicorn shut down
+    # gracefully, then stop the local database.
+    signal.signal(signal.SIGTERM, lambda signum, frame: gunicorn.terminate())
     try:
-        return gunicorn.wait()
-    except KeyboardInterrupt:
-        gunicorn.send_signal(signal.SIGTERM)
-        return gunicorn.wait()
+        while True:
+            try:
+                return gunicorn.wait()
+            except KeyboardInterrupt:
+                gunicorn.terminate()
     finally:
         if local_server is not None:
             local_server.stop()
