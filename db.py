@@ -22,7 +22,6 @@ from urllib.parse import quote
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.pool
 
 log = logging.getLogger(__name__)
 
@@ -136,44 +135,52 @@ class Database:
     """A per-process pool of autocommit connections to one database.
 
     Safe to create before gunicorn forks: it connects on first use and
-    starts a new pool in any process other than the one that made it.
+    starts afresh in any process other than the one that used it last.
+    At most `pool_size` connections are lent at once; a further borrower
+    waits for one, up to the timeout.
     """
 
     def __init__(self, dsn, pool_size, timeout_s):
         self.dsn = dsn
         self.pool_size = pool_size
         self.timeout_s = timeout_s
-        self._pool = None
-        self._pool_pid = None
-        self._lock = threading.Lock()
+        self._reset()
 
-    def _get_pool(self):
+    def _reset(self):
+        self._pid = os.getpid()
+        self._idle = []
+        self._free_slots = threading.BoundedSemaphore(self.pool_size)
+
+    def _take_connection(self, timeout_s):
+        if self._pid != os.getpid():
+            self._reset()
         if self.dsn is None:
             raise psycopg2.OperationalError("no database is configured")
-        if self._pool_pid != os.getpid():
-            with self._lock:
-                if self._pool_pid != os.getpid():
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self.pool_size, self.dsn
-                    )
-                    self._pool_pid = os.getpid()
-        return self._pool
+        if not self._free_slots.acquire(timeout=timeout_s):
+            raise psycopg2.OperationalError(
+                f"all {self.pool_size} connections of this worker stayed busy"
+            )
 
-    def _take_connection(self):
-        pool = self._get_pool()
-        while True:
-            conn = pool.getconn()
-            if conn.closed or _has_pending_input(conn):
-                pool.putconn(conn, close=True)
-                continue
-            if not conn.autocommit:
-                conn.autocommit = True
+        try:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed and not _has_pending_input(conn):
+                    return conn
+                conn.close()
+            conn = psycopg2.connect(self.dsn)
+            conn.autocommit = True
             return conn
+        except BaseException:
+            self._free_slots.release()
+            raise
 
     def _give_back(self, conn, broken):
         idle = psycopg2.extensions.TRANSACTION_STATUS_IDLE
-        keep = not broken and not conn.closed and conn.info.transaction_status == idle
-        self._get_pool().putconn(conn, close=not keep)
+        if broken or conn.closed or conn.info.transaction_status != idle:
+            conn.close()
+        else:
+            self._idle.append(conn)
+        self._free_slots.release()
 
     @contextlib.contextmanager
     def connection(self, timeout_s=None):
@@ -183,10 +190,11 @@ class Database:
         wait passes the timeout. A connection that failed is closed, and
         one with a transaction still open is closed rather than reused.
         """
+        timeout_s = timeout_s or self.timeout_s
         broken = False
-        with timeout(timeout_s or self.timeout_s):
+        with timeout(timeout_s):
             try:
-                conn = self._take_connection()
+                conn = self._take_connection(timeout_s)
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                 raise DatabaseUnavailable(_first_line(error)) from error
             try:
@@ -201,11 +209,10 @@ class Database:
                 self._give_back(conn, broken)
 
     def close(self):
-        """Close every pooled connection of this process."""
-        if self._pool is not None and self._pool_pid == os.getpid():
-            self._pool.closeall()
-        self._pool = None
-        self._pool_pid = None
+        """Close every idle connection of this process."""
+        if self._pid == os.getpid():
+            while self._idle:
+                self._idle.pop().close()
 
 
 def _first_line(error):
