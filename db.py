@@ -98,11 +98,15 @@ def wait_with_deadline(conn):
             conn.close()
             raise psycopg2.OperationalError("database did not answer in time")
         if state == psycopg2.extensions.POLL_READ:
-            select.select([conn.fileno()], [], [], remaining_s)
+            events = select.POLLIN
         elif state == psycopg2.extensions.POLL_WRITE:
-            select.select([], [conn.fileno()], [], remaining_s)
+            events = select.POLLOUT
         else:
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
+        # poll(), unlike select(), works for descriptors above 1023.
+        poller = select.poll()
+        poller.register(conn.fileno(), events)
+        poller.poll(remaining_s * 1000)
 
 
 def install_deadline():
@@ -125,10 +129,11 @@ def _has_pending_input(conn):
     # sent a termination notice (a restart, an administrator) or closed
     # the socket: the connection is dead even though psycopg2 can't tell.
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 class Database:
