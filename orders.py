@@ -259,9 +259,12 @@ def create_app(test_config=None):
     Raises ConfigError when a required setting is missing. Opens no
     database connection: each process connects on its first request.
     """
-    app = Flask(__name__)
+    # No static files, and no automatic OPTIONS answer: Flask's is an
+    # empty text/html 200, and every answer here must be JSON (405).
+    app = Flask(__name__, static_folder=None)
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
 
     environ = dict(os.environ)
     if test_config:
