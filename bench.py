@@ -115,26 +115,40 @@ def fail(text):
 # Tools
 
 
+class ToolMissing(Exception):
+    """A tool the benchmark or a test needs is missing and can't be had."""
+
+
 def ensure_debian_tools():
-    """Install wrk and pgbouncer from Debian when missing; exit if we can't."""
-    missing = [name for name in DEBIAN_PACKAGES if shutil.which(name) is None]
-    missing = [name for name in missing if not Path("/usr/sbin", name).exists()]
+    """Install wrk and pgbouncer from Debian when missing.
+
+    Raises ToolMissing, saying what to run, when that is not possible.
+    """
+    missing = [name for name in DEBIAN_PACKAGES if tool_path(name) is None]
     if not missing:
         return
     packages = [DEBIAN_PACKAGES[name] for name in missing]
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        fail(
+        raise ToolMissing(
             f"{', '.join(missing)} missing and this is not root on Debian: "
             f"install them (`sudo apt-get install -y {' '.join(packages)}`) and rerun"
         )
     say(f"installing {' '.join(packages)} from Debian")
     install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
-    quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND":
-                                                  "noninteractive"}}
+    quiet = {
+        "stdout": subprocess.DEVNULL,
+        "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    }
     if subprocess.run(install, **quiet).returncode != 0:
         subprocess.run(["apt-get", "update"], **quiet)
         if subprocess.run(install, **quiet).returncode != 0:
-            fail(f"`{' '.join(install)}` failed: install them by hand and rerun")
+            raise ToolMissing(f"`{' '.join(install)}` failed: install them by hand")
+
+
+def tool_path(name):
+    """The path of a program on PATH or in /usr/sbin, or None."""
+    found = shutil.which(name) or Path("/usr/sbin", name)
+    return str(found) if Path(found).exists() else None
 
 
 def pgbench_path():
@@ -463,7 +477,10 @@ def main(argv=None):
     mode = "quick" if args.quick else "full"
     warmup_s, duration_s = TIMINGS_S[mode]
 
-    ensure_debian_tools()
+    try:
+        ensure_debian_tools()
+    except ToolMissing as error:
+        fail(str(error))
     pgbench = pgbench_path()
     started = datetime.datetime.now(datetime.timezone.utc)
     run_name = started.strftime("%Y%m%dT%H%M%SZ")
