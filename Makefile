@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help run test clean
+.PHONY: help run test clean bench bench-quick
 
 help:  ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,6 +21,12 @@ run: $(BIN)/.installed  ## Serve the API on 127.0.0.1:8080 (local PostgreSQL if 
 
 test: $(BIN)/.installed  ## Run the test suite on a scratch database
 	$(BIN)/python -m pytest
+
+bench: $(BIN)/.installed  ## Benchmark against pgbench and bare Flask (minutes)
+	$(BIN)/python bench.py
+
+bench-quick: $(BIN)/.installed  ## The benchmark, a few seconds a step (CI)
+	$(BIN)/python bench.py --quick
 
 clean:  ## Remove the virtualenv, the local database and caches
 	rm -rf $(VENV) .local .pytest_cache __pycache__
