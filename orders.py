@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 import auth
 import db
@@ -61,6 +62,13 @@ ERROR_NAMES = {
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message names the variable."""
+
+
+class OrderNumberConverter(IntegerConverter):
+    """A number in ASCII digits only. Werkzeug's own `int` also takes
+    other scripts' digits: an Arabic-Indic one would read order 1."""
+
+    regex = r"[0-9]+"
 
 
 # ---------------------------------------------------------------------------
@@ -265,6 +273,7 @@ def create_app(test_config=None):
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.url_map.converters["int"] = OrderNumberConverter
 
     environ = dict(os.environ)
     if test_config:

@@ -239,3 +239,14 @@ def test_unexpected_failure_answers_the_documented_500(app, as_user, alice):
 
     assert response.status_code == 500
     check_answer(response, "/api/v1/orders/{order_id}", "GET")
+
+
+def test_order_number_in_non_ascii_digits_is_404(client, as_user, alice):
+    order_id = place(client, as_user(alice)).get_json()["data"]["id"]
+    # The same number in Arabic-Indic digits, which int() would accept.
+    other_digits = "".join(chr(0x0660 + int(digit)) for digit in str(order_id))
+
+    response = client.get(f"/api/v1/orders/{other_digits}", headers=as_user(alice))
+
+    assert response.status_code == 404
+    assert response.get_json() == {"success": False, "messages": ["NOT_FOUND"]}
