@@ -12,7 +12,9 @@ import sys
 
 import orders
 
-# Listen where OpenShift's probes and Service expect it.
+# Listen where OpenShift's probes and Service expect it. With APP_CONFIG
+# set, the builder's `run` passes no --bind of its own, and it never
+# exports its PORT default, hence ours.
 bind = "0.0.0.0:" + os.environ.get("PORT", "8080")
 
 # The builder computes WEB_CONCURRENCY from the container's CPU and
@@ -36,8 +38,9 @@ graceful_timeout = 20
 timeout = 30
 keepalive = 5
 
-# gunicorn's control socket would be made under $HOME; the container's
-# home is not ours to write, and nothing here uses the socket.
+# gunicorn 25.1 and later open a control socket by default, under
+# $XDG_RUNTIME_DIR or else $HOME/.gunicorn. In the builder's image $HOME
+# is the source folder: never write there, and nothing uses the socket.
 control_socket_disable = True
 
 # Heartbeat files in memory, never in the (read-only) source folder.
