@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help run test clean bench bench-quick
+.PHONY: help run test lint test-heavy clean bench bench-quick
 
 help:  ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,6 +21,18 @@ run: $(BIN)/.installed  ## Serve the API on 127.0.0.1:8080 (local PostgreSQL if 
 
 test: $(BIN)/.installed  ## Run the test suite on a scratch database
 	$(BIN)/python -m pytest
+
+# npm-groovy-lint, pinned in .ci/package-lock.json, in a git-ignored folder.
+.ci/node_modules/.installed: .ci/package.json .ci/package-lock.json
+	npm ci --prefix .ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: $(BIN)/.installed .ci/node_modules/.installed  ## Lint the agent Dockerfile and the Jenkinsfile
+	$(BIN)/hadolint jenkins-slave.Dockerfile
+	.ci/node_modules/.bin/npm-groovy-lint --noserver --failon warning Jenkinsfile
+
+test-heavy: $(BIN)/.installed  ## The slow tests: gunicorn as the S2I builder runs it, DB restarts
+	$(BIN)/python -m pytest -m process
 
 bench: $(BIN)/.installed  ## Benchmark against pgbench and bare Flask (minutes)
 	$(BIN)/python bench.py
