@@ -95,7 +95,9 @@ def wait_with_deadline(conn):
             return
         remaining_s = deadline - time.monotonic()
         if remaining_s <= 0:
-            conn.close()
+            # No conn.close() here: during execute() psycopg2 holds the
+            # connection's lock, so close() would wait on it forever.
+            # psycopg2 closes the connection itself when this raises.
             raise psycopg2.OperationalError("database did not answer in time")
         if state == psycopg2.extensions.POLL_READ:
             events = select.POLLIN
