@@ -58,7 +58,9 @@ DEBIAN_PACKAGES = {"wrk": "wrk", "pgbouncer": "pgbouncer"}
 TIMINGS_S = {"full": (5, 20), "quick": (1, 3)}
 
 # Each user's uuid and each product's, the same in every run.
-USER_UUIDS = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-user-{n}")) for n in range(USERS)]
+USER_UUIDS = [
+    str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-user-{n}")) for n in range(USERS)
+]
 PRODUCT_UUIDS = [
     str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-product-{n}")) for n in range(PRODUCTS)
 ]
@@ -90,10 +92,11 @@ SELECT setval(pg_get_serial_sequence('orders', 'id'), max(id)) FROM orders
 
 # The position of the order half-way down each user's list, as the
 # service writes it into a cursor.
+_CREATED_TEXT = orders._UTC_TEXT.format(column="o.created_at")
 DEEP_POSITIONS = f"""
 SELECT owner::text, position
 FROM (SELECT o.owner,
-             {orders._UTC_TEXT.format(column="o.created_at")} || ' ' || o.id AS position,
+             {_CREATED_TEXT} || ' ' || o.id AS position,
              row_number() OVER (PARTITION BY o.owner
                                 ORDER BY o.created_at DESC, o.id DESC) AS place,
              count(*) OVER (PARTITION BY o.owner) AS orders_held
@@ -259,7 +262,8 @@ class Gunicorn:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.stop()
-                fail(f"gunicorn exited with {self.process.returncode}; see {self.log.name}")
+                fail(f"gunicorn exited with {self.process.returncode}; "
+                     f"see {self.log.name}")
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1):
                     return
@@ -268,7 +272,8 @@ class Gunicorn:
             except OSError:
                 time.sleep(0.2)
         self.stop()
-        fail(f"gunicorn did not answer in {SERVER_START_TIMEOUT_S} s; see {self.log.name}")
+        fail(f"gunicorn did not answer in {SERVER_START_TIMEOUT_S} s; "
+             f"see {self.log.name}")
 
     def worker_rss_mb(self):
         """The resident memory of each worker, in MB."""
@@ -279,10 +284,6 @@ class Gunicorn:
             kilobytes = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
             sizes.append(round(kilobytes / 1024, 1))
         return sizes
-
-    def worker_pids(self):
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
 
     def stop(self):
         if self.process.poll() is None:
@@ -315,7 +316,9 @@ def write_lua_data(path, tokens, cursors, seeded_orders):
 
 def run_wrk(url, script, data_path, warmup_s, duration_s):
     """Warm up, then load `url` for `duration_s`; return wrk's figures."""
-    environ = {**os.environ, "BENCH_DATA": str(data_path), "BENCH_LUA_DIR": str(LUA_DIR)}
+    environ = {
+        **os.environ, "BENCH_DATA": str(data_path), "BENCH_LUA_DIR": str(LUA_DIR)
+    }
 
     def wrk(seconds):
         command = [
@@ -377,7 +380,8 @@ def write_pgbench_scripts(url, folder, seeded_orders):
                     "limit": orders.DEFAULT_PAGE_SIZE + 1,
                 }),
                 "read": (
-                    f"\\set order_id {USERS} * random(0, {per_user - 1}) + {index + 1}\n",
+                    f"\\set order_id {USERS} * random(0, {per_user - 1})"
+                    f" + {index + 1}\n",
                     orders.FIND_OWN_ORDER,
                     {"owner": owner, "order_id": ":order_id"},
                 ),
@@ -488,7 +492,8 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
 
     server_url, local_server = open_server()
-    say(f"database server: {'BENCH_DATABASE_URL' if local_server is None else LOCAL_SERVER_DIR}")
+    where = "BENCH_DATABASE_URL" if local_server is None else LOCAL_SERVER_DIR
+    say(f"database server: {where}")
     url = fresh_database(server_url)
     seeded = seed_orders(url, SEEDED_ORDERS)
     say(f"seeded {seeded} orders of {USERS} users")

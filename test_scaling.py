@@ -22,15 +22,8 @@ import bench
 import localdb
 import orders
 from conftest import TEST_SECRET
+from test_orders import TWO_PRODUCTS
 
-PRODUCT_A = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-PRODUCT_B = "9b2d4c1e-0a6f-4f3e-8c55-6d7e8f901234"
-TWO_PRODUCTS = {
-    "products": [
-        {"uuid": PRODUCT_A, "quantity": 2},
-        {"uuid": PRODUCT_B, "quantity": 1},
-    ]
-}
 BOUNCER_START_TIMEOUT_S = 15
 
 # Staff statements find an order by its number alone, on any shard; by
