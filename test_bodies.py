@@ -363,7 +363,11 @@ def test_validate_order_accepts_exactly_the_contract(body):
 
 
 @settings(max_examples=PARSER_EXAMPLES, database=None, deadline=None)
-@given(st.one_of(st.binary(max_size=200), ANY_JSON.map(lambda v: json.dumps(v).encode())))
+@given(
+    st.one_of(
+        st.binary(max_size=200), ANY_JSON.map(lambda v: json.dumps(v).encode())
+    )
+)
 def test_parse_json_body_returns_json_or_refuses_with_400(raw):
     try:
         value = orders.parse_json_body(raw)
@@ -382,7 +386,9 @@ def test_parse_json_body_returns_json_or_refuses_with_400(raw):
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(body=ORDER_BODIES)
-def test_placing_generated_body_is_201_only_when_valid(client, as_user, alice, sql, body):
+def test_placing_generated_body_is_201_only_when_valid(
+    client, as_user, alice, sql, body
+):
     before = stored_counts(sql)
 
     response = post_raw(client, as_user(alice), json.dumps(body))

@@ -123,7 +123,9 @@ def test_hs256_with_our_secret_is_401_when_only_hs512_allowed(client):
 def test_hs256_is_accepted_once_configured(make_app):
     client = make_app(JWT_ALGORITHMS="HS512,HS256")
 
-    response = client.get(ORDERS_URL, headers=bearer(sign(valid_claims(), algorithm="HS256")))
+    token = sign(valid_claims(), algorithm="HS256")
+
+    response = client.get(ORDERS_URL, headers=bearer(token))
 
     assert response.status_code == 200
 
@@ -170,7 +172,9 @@ def test_tampered_signature_is_401(client):
     token = sign(valid_claims())
     flipped = "A" if token[-2] != "A" else "B"
 
-    assert_refused(client.get(ORDERS_URL, headers=bearer(token[:-2] + flipped + token[-1])))
+    tampered = token[:-2] + flipped + token[-1]
+
+    assert_refused(client.get(ORDERS_URL, headers=bearer(tampered)))
 
 
 CLAIM_FAULTS = {
@@ -212,7 +216,8 @@ CLAIM_FAULTS = {
 
 @pytest.mark.parametrize("overrides", CLAIM_FAULTS.values(), ids=CLAIM_FAULTS.keys())
 def test_token_with_bad_claims_is_401(client, sql, overrides):
-    token = forge({"alg": "HS512", "typ": "JWT"}, valid_claims(**overrides), TEST_SECRET)
+    header = {"alg": "HS512", "typ": "JWT"}
+    token = forge(header, valid_claims(**overrides), TEST_SECRET)
 
     assert_refused(client.get(ORDERS_URL, headers=bearer(token)))
     response = client.post(
@@ -300,7 +305,9 @@ def assert_nobody_connected(server):
 
 @pytest.mark.parametrize("header_name", ["jku", "x5u", "kid"])
 @pytest.mark.parametrize(
-    "alg, secret", [("RS256", TEST_SECRET), ("HS512", OTHER_SECRET)], ids=["rs256", "hs512"]
+    "alg, secret",
+    [("RS256", TEST_SECRET), ("HS512", OTHER_SECRET)],
+    ids=["rs256", "hs512"],
 )
 def test_key_url_headers_are_never_fetched(client, listener, header_name, alg, secret):
     port = listener.getsockname()[1]
@@ -372,7 +379,9 @@ def test_bearer_scheme_is_accepted_in_any_case(client, scheme):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": ""}], ids=["absent", "empty"])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": ""}], ids=["absent", "empty"]
+)
 def test_no_credentials_is_401_without_error_attribute(client, headers):
     response = client.get(ORDERS_URL, headers=headers)
 
@@ -440,7 +449,9 @@ def test_previous_secret_is_accepted_while_configured(make_app):
 def test_previous_secret_is_refused_once_removed(make_app):
     client = make_app(SECRET_KEY_PREVIOUS="")
 
-    response = client.get(ORDERS_URL, headers=bearer(sign(valid_claims(), OTHER_SECRET)))
+    old_token = sign(valid_claims(), OTHER_SECRET)
+
+    response = client.get(ORDERS_URL, headers=bearer(old_token))
 
     assert_refused(response)
 
@@ -491,7 +502,8 @@ def test_refusal_logs_reason_but_never_the_token(client, caplog, token, reason):
 
     client.get(ORDERS_URL, headers=bearer(token))
 
-    refusals = [r.getMessage() for r in caplog.records if "token refused" in r.getMessage()]
+    messages = [record.getMessage() for record in caplog.records]
+    refusals = [message for message in messages if "token refused" in message]
     assert len(refusals) == 1
     assert reason in refusals[0]
     for part in token.split("."):
