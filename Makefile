@@ -27,9 +27,12 @@ test: $(BIN)/.installed  ## Run the test suite on a scratch database
 	npm ci --prefix .ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# .ci/.groovylintrc.json: the linter's Jenkinsfile preset, with a nesting
+# limit of 6, the depth of a step in declarative's nested `stages`.
 lint: $(BIN)/.installed .ci/node_modules/.installed  ## Lint the agent Dockerfile and the Jenkinsfile
 	$(BIN)/hadolint jenkins-slave.Dockerfile
-	.ci/node_modules/.bin/npm-groovy-lint --noserver --failon warning Jenkinsfile
+	.ci/node_modules/.bin/npm-groovy-lint --noserver --config .ci/.groovylintrc.json \
+		--failon warning Jenkinsfile
 
 test-heavy: $(BIN)/.installed  ## The slow tests: gunicorn as the S2I builder runs it, DB restarts
 	$(BIN)/python -m pytest -m process
