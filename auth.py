@@ -1,7 +1,9 @@
 """The one check of a bearer token issued by the shop's users service."""
 
+import collections
 import dataclasses
 import re
+import threading
 import time
 import uuid
 
@@ -20,6 +22,11 @@ MIN_SECRET_BYTES = 64
 
 MAX_LEEWAY_S = 60
 TOKEN_LIFETIME_S = 15 * 60
+
+# Tokens already verified, per process. A client sends one token with
+# many requests; checking its signature and claims once is enough, as
+# long as its expiry is still checked on every use.
+VERIFIED_TOKENS_KEPT = 4096
 
 # The scheme, one space, then a token68 (RFC 7235). The scheme is matched
 # without regard to case; anything else (no scheme, two spaces, a comma,
@@ -82,9 +89,19 @@ def check_bearer_token(authorization, settings):
     match = _AUTHORIZATION.fullmatch(authorization)
     if match is None or match.group(1).lower() != "bearer":
         raise TokenRefused("Authorization header is not 'Bearer <token>'")
+    token = match.group(2)
 
-    claims = _decode(match.group(2), settings)
+    remembered = _verified_tokens.get(settings, token)
+    if remembered is not None:
+        return remembered
 
+    user, expires_at = _user_from_claims(_decode(token, settings))
+    _verified_tokens.put(settings, token, user, expires_at)
+    return user
+
+
+def _user_from_claims(claims):
+    """Return (User, expiry) from verified claims, or raise TokenRefused."""
     if claims.get("typ") != ACCESS_TOKEN_TYPE:
         raise TokenRefused("typ claim is not 'access'")
 
@@ -95,7 +112,42 @@ def check_bearer_token(authorization, settings):
 
     scope = claims.get("scope", "")
     is_staff = isinstance(scope, str) and STAFF_SCOPE in scope.split()
-    return User(uuid=user_uuid.lower(), is_staff=is_staff)
+    return User(uuid=user_uuid.lower(), is_staff=is_staff), claims["exp"]
+
+
+class _VerifiedTokens:
+    """The users of recently verified tokens, until each token expires.
+
+    Keyed by the settings too, so a token verified under one secret or
+    audience is never taken as verified under another. Holds at most
+    VERIFIED_TOKENS_KEPT tokens, forgetting the oldest first.
+    """
+
+    def __init__(self):
+        self._users = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, settings, token):
+        with self._lock:
+            entry = self._users.get((settings, token))
+        if entry is None:
+            return None
+
+        user, expires_at = entry
+        if time.time() > expires_at + settings.leeway_s:
+            with self._lock:
+                self._users.pop((settings, token), None)
+            raise TokenRefused("expired")
+        return user
+
+    def put(self, settings, token, user, expires_at):
+        with self._lock:
+            self._users[(settings, token)] = (user, expires_at)
+            while len(self._users) > VERIFIED_TOKENS_KEPT:
+                self._users.popitem(last=False)
+
+
+_verified_tokens = _VerifiedTokens()
 
 
 def _decode(token, settings):

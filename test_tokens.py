@@ -16,6 +16,7 @@ import uuid
 
 import pytest
 
+import auth as auth_module
 import orders
 from conftest import OTHER_SECRET
 from conftest import TEST_SECRET
@@ -511,3 +512,24 @@ def test_refusal_logs_reason_but_never_the_token(client, caplog, token, reason):
             assert part not in caplog.text
     assert TEST_SECRET not in caplog.text
     assert OTHER_SECRET not in caplog.text
+
+
+def test_token_accepted_before_is_refused_once_it_expires(client, monkeypatch):
+    token = sign(valid_claims(exp=now() + 60))
+    assert client.get(ORDERS_URL, headers=bearer(token)).status_code == 200
+
+    later = time.time() + 60 + 5 + 1
+    monkeypatch.setattr(auth_module.time, "time", lambda: later)
+
+    assert_refused(client.get(ORDERS_URL, headers=bearer(token)))
+
+
+def test_token_verified_under_one_secret_is_not_trusted_under_another(
+    client, make_app
+):
+    token = sign(valid_claims())
+    assert client.get(ORDERS_URL, headers=bearer(token)).status_code == 200
+
+    other_client = make_app(SECRET_KEY=OTHER_SECRET)
+
+    assert_refused(other_client.get(ORDERS_URL, headers=bearer(token)))
