@@ -158,10 +158,13 @@ def app_deployment(objects):
 
 
 def app_container(objects):
-    (container,) = [
-        c for c in pod_spec(app_deployment(objects))["containers"] if c["name"] == "orders"
-    ]
+    containers = pod_spec(app_deployment(objects))["containers"]
+    (container,) = [c for c in containers if c["name"] == "orders"]
     return container
+
+
+def database_containers(objects):
+    return pod_spec(the(objects, "Deployment", "orders-postgresql"))["containers"]
 
 
 def secret_keys(objects, name):
@@ -230,7 +233,8 @@ def test_template_requires_only_secret_key_and_repository(template):
 def test_template_objects_are_all_described(objects):
     for item in objects:
         annotations = item["metadata"].get("annotations", {})
-        assert annotations.get("description"), f"{item['kind']}/{item['metadata']['name']}"
+        name = f"{item['kind']}/{item['metadata']['name']}"
+        assert annotations.get("description"), name
 
 
 # ---------------------------------------------------------------------------
@@ -459,7 +463,7 @@ def test_secret_keys_are_kebab_case(objects):
 
 def test_database_shares_credentials_with_the_app(objects):
     app = environment_of(objects, app_container(objects))
-    (database,) = pod_spec(the(objects, "Deployment", "orders-postgresql"))["containers"]
+    (database,) = database_containers(objects)
     server = environment_of(objects, database)
 
     assert app["DB_USERNAME"] == server["POSTGRESQL_USER"]
@@ -471,13 +475,14 @@ def test_database_shares_credentials_with_the_app(objects):
 
 def test_connections_of_all_pods_stay_under_the_database_limit(objects):
     app = environment_of(objects, app_container(objects))
-    (database,) = pod_spec(the(objects, "Deployment", "orders-postgresql"))["containers"]
+    (database,) = database_containers(objects)
     limit = int(environment_of(objects, database)["POSTGRESQL_MAX_CONNECTIONS"])
     autoscaler = the(objects, "HorizontalPodAutoscaler", "orders")
     surge = app_deployment(objects)["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
 
     most_pods = autoscaler["spec"]["maxReplicas"] + surge
-    most_connections = most_pods * int(app["WEB_CONCURRENCY"]) * int(app["DB_POOL_SIZE"])
+    per_pod = int(app["WEB_CONCURRENCY"]) * int(app["DB_POOL_SIZE"])
+    most_connections = most_pods * per_pod
 
     assert most_connections < limit
 
@@ -493,7 +498,8 @@ def test_autoscaler_owns_the_app_replica_count(objects):
 
 
 def image_triggers(deployment):
-    return json.loads(deployment["metadata"]["annotations"]["image.openshift.io/triggers"])
+    annotations = deployment["metadata"]["annotations"]
+    return json.loads(annotations["image.openshift.io/triggers"])
 
 
 def test_image_triggers_point_at_image_streams_and_containers(objects):
@@ -560,7 +566,8 @@ def test_database_keeps_its_data_on_the_claim_and_has_probes(objects):
     claim = volume["persistentVolumeClaim"]["claimName"]
     assert the(objects, "PersistentVolumeClaim", claim)
     (mount,) = container["volumeMounts"]
-    assert (mount["name"], mount["mountPath"]) == (volume["name"], "/var/lib/pgsql/data")
+    assert mount["name"] == volume["name"]
+    assert mount["mountPath"] == "/var/lib/pgsql/data"
     assert container["readinessProbe"]["exec"]["command"]
     assert container["livenessProbe"]["exec"]["command"]
 
@@ -591,7 +598,9 @@ def test_gunicorn_runs_the_workers_the_deployment_asks_for(objects, gunicorn_set
     assert gunicorn_settings["threads"] <= int(environ["DB_POOL_SIZE"])
 
 
-def test_pod_grace_period_outlasts_gunicorn_graceful_timeout(objects, gunicorn_settings):
+def test_pod_grace_period_outlasts_gunicorn_graceful_timeout(
+    objects, gunicorn_settings
+):
     grace_s = pod_spec(app_deployment(objects))["terminationGracePeriodSeconds"]
 
     assert gunicorn_settings["graceful_timeout"] < grace_s

@@ -59,7 +59,8 @@ def python_for_image():
     server can run under one: only as root, with such a Python."""
     if os.geteuid() != 0:
         return sys.executable, False
-    for candidate in (sys.executable, shutil.which("python3") or "", "/usr/bin/python3"):
+    candidates = (sys.executable, shutil.which("python3") or "", "/usr/bin/python3")
+    for candidate in candidates:
         if not candidate or not _others_can_reach(candidate):
             continue
         version = subprocess.run(
@@ -104,7 +105,8 @@ def image():
             ROOT,
             source,
             ignore=shutil.ignore_patterns(
-                ".git", ".venv", ".local", ".ci", "__pycache__", ".pytest_cache", "*.pyc"
+                ".git", ".venv", ".local", ".ci", "__pycache__", ".pytest_cache",
+                "*.pyc",
             ),
         )
         # As `fix-permissions` leaves it: group 0, group-writable.
@@ -188,8 +190,9 @@ def call(base_url, path, body=None, token=None):
 
 def mint_token(environ, user_uuid):
     """A token from the image's own CLI, as an operator would make one."""
+    flask = environ["PATH"].split(":")[0] + "/flask"
     result = subprocess.run(
-        [environ["PATH"].split(":")[0] + "/flask", "--app", "orders", "token", user_uuid],
+        [flask, "--app", "orders", "token", user_uuid],
         cwd=environ["PYTHONPATH"], env=environ, capture_output=True, text=True,
         check=True,
     )
@@ -210,9 +213,9 @@ def test_builder_started_server_places_and_reads_an_order(served):
     user_uuid = str(uuid.uuid4())
     token = mint_token(environ, user_uuid)
 
-    status, headers, body = call(
-        base_url, "/api/v1/orders", {"products": [{"uuid": PRODUCT, "quantity": 2}]}, token
-    )
+    order = {"products": [{"uuid": PRODUCT, "quantity": 2}]}
+
+    status, headers, body = call(base_url, "/api/v1/orders", order, token)
 
     assert status == 201
     assert body["data"]["products"] == [{"uuid": PRODUCT, "quantity": 2}]
