@@ -21,6 +21,7 @@ HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 MIN_SECRET_BYTES = 64
 
 MAX_LEEWAY_S = 60
+TIME_CLAIMS = ("exp", "nbf", "iat")
 TOKEN_LIFETIME_S = 15 * 60
 
 # Tokens already verified, per process. A client sends one token with
@@ -173,9 +174,17 @@ def _decode(token, settings):
         # since a fragment of our issuer must never pass for it.
         if claims["iss"] != settings.issuer:
             raise TokenRefused("wrong issuer")
+        # PyJWT takes "123" for a time; RFC 7519 asks for a number, and
+        # the verified-token cache compares `exp` with numbers.
+        if not all(_is_number(claims.get(name, 0)) for name in TIME_CLAIMS):
+            raise TokenRefused("a time claim is not a number")
         return claims
 
     raise TokenRefused("signature does not match any configured secret")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _reason(error):
