@@ -25,6 +25,8 @@ import psycopg2
 import pytest
 
 import auth
+import conftest
+import db
 import localdb
 import orders
 from conftest import TEST_SECRET
@@ -77,20 +79,12 @@ def database_url(postgres):
 
 
 def run_sql(postgres, statement, params=None):
-    conn = psycopg2.connect(database_url(postgres), connect_timeout=10)
-    try:
-        with conn, conn.cursor() as cursor:
-            cursor.execute(statement, params)
-            return cursor.fetchall() if cursor.description else None
-    finally:
-        conn.close()
+    return conftest.run_sql(database_url(postgres), statement, params)
 
 
 @pytest.fixture
 def empty_orders(postgres):
     """The module's database with its tables made and emptied."""
-    import db
-
     db.apply_schema(database_url(postgres))
     run_sql(postgres, "TRUNCATE order_products, orders")
     return postgres
@@ -387,8 +381,6 @@ def test_query_past_deadline_is_unavailable_and_never_hangs(empty_orders):
     # A frozen server, as seen from a connection already in the pool: the
     # statement was sent and no answer comes. Once closed the connection
     # from inside psycopg2's wait callback, which deadlocked the thread.
-    import db
-
     db.install_deadline()
     database = db.Database(database_url(empty_orders), pool_size=1, timeout_s=1)
     outcome = []

@@ -460,6 +460,18 @@ def test_previous_secret_is_refused_once_removed(make_app):
     assert_refused(response)
 
 
+def test_token_of_previous_secret_is_refused_after_removal_once_used(make_app):
+    during = make_app(SECRET_KEY_PREVIOUS=OTHER_SECRET)
+    after = make_app(SECRET_KEY_PREVIOUS="")
+    old_token = sign(valid_claims(), OTHER_SECRET)
+
+    accepted = during.get(ORDERS_URL, headers=bearer(old_token))
+    refused = after.get(ORDERS_URL, headers=bearer(old_token))
+
+    assert accepted.status_code == 200
+    assert_refused(refused)
+
+
 def test_third_secret_is_refused_during_rotation(make_app):
     client = make_app(SECRET_KEY_PREVIOUS=OTHER_SECRET)
     third = "third-secret-" + "t" * 64
