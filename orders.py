@@ -527,7 +527,12 @@ def _read_order_request():
         raise InvalidRequest(
             415, ["Content-Type: must be application/json"]
         )
-    return validate_order(parse_json_body(request.get_data(cache=False)))
+    raw = request.get_data(cache=False)
+    # Werkzeug cuts a body sent without Content-Length (chunked) at
+    # MAX_BODY_BYTES without a word: a byte left over means too large.
+    if len(raw) >= MAX_BODY_BYTES and request.environ["wsgi.input"].read(1):
+        raise InvalidRequest(413, [ERROR_NAMES[413]])
+    return validate_order(parse_json_body(raw))
 
 
 # ---------------------------------------------------------------------------

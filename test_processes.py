@@ -719,3 +719,67 @@ def test_schemathesis_finds_no_server_error_or_nonconforming_answer(
     assert generated, summary
     assert int(generated[1]) == int(generated[2]) >= SCHEMATHESIS_MIN_REQUESTS
     assert not re.search(r"status=5\d\d", server.output())
+
+
+# ---------------------------------------------------------------------------
+# Hostile requests only a real server can carry
+
+
+def test_chunked_body_over_size_limit_is_413_json(start_gunicorn, empty_orders):
+    server = start_gunicorn(workers=1)
+    token = bearer(str(uuid.uuid4()))["Authorization"].encode()
+    chunk = b"[" + b" " * 16383
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8))
+    request = (
+        b"POST " + ORDERS_URL.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Connection: close\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nAuthorization: " + token + b"\r\n\r\n"
+        + chunks + b"0\r\n\r\n"
+    )
+
+    head, _, body = raw_exchange(server.port, request).partition(b"\r\n\r\n")
+
+    assert head.startswith(b"HTTP/1.1 413")
+    assert json.loads(body) == {"success": False, "messages": ["BODY_TOO_LARGE"]}
+    assert stored_orders(empty_orders) == {}
+
+
+def test_two_authorization_headers_are_401(start_gunicorn):
+    server = start_gunicorn(workers=1)
+    token = bearer(str(uuid.uuid4()))["Authorization"].encode()
+    request = (
+        b"GET " + ORDERS_URL.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Connection: close\r\nAuthorization: " + token + b"\r\n"
+        b"Authorization: " + token + b"\r\n\r\n"
+    )
+
+    head, _, body = raw_exchange(server.port, request).partition(b"\r\n\r\n")
+
+    assert head.startswith(b"HTTP/1.1 401")
+    assert json.loads(body) == {"success": False, "messages": ["INVALID_TOKEN"]}
+
+
+def test_chunked_body_valid_within_limit_but_longer_is_413(
+    start_gunicorn, empty_orders
+):
+    # The first MAX_BODY_BYTES are a whole order; what follows must not be
+    # cut off and ignored.
+    server = start_gunicorn(workers=1)
+    token = bearer(str(uuid.uuid4()))["Authorization"].encode()
+    order = json.dumps(order_body()).encode()
+    first = order + b" " * (orders.MAX_BODY_BYTES - len(order))
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(part), part) for part in (first, b"garbage")
+    )
+    request = (
+        b"POST " + ORDERS_URL.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Connection: close\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nAuthorization: " + token + b"\r\n\r\n"
+        + chunks + b"0\r\n\r\n"
+    )
+
+    head, _, body = raw_exchange(server.port, request).partition(b"\r\n\r\n")
+
+    assert head.startswith(b"HTTP/1.1 413")
+    assert json.loads(body) == {"success": False, "messages": ["BODY_TOO_LARGE"]}
+    assert stored_orders(empty_orders) == {}
