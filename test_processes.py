@@ -223,6 +223,13 @@ def lines_of(body):
     return [(p["uuid"], p["quantity"]) for p in body["products"]]
 
 
+def assert_no_secret_in_output(server):
+    """Neither the secret nor any part of a token the tests send is logged."""
+    everything = server.output()
+    assert TEST_SECRET not in everything
+    assert not re.search(r"eyJ[A-Za-z0-9_-]{10,}", everything)
+
+
 def assert_database_unavailable(answer):
     status, headers, payload = answer
     assert status == 503
@@ -341,6 +348,9 @@ def test_database_outage_answers_503_and_recovers_without_loss(
     assert len(stored) == len(attempts.attempts) + len(after)
     for status, _, payload in after:
         assert payload["data"]["id"] in stored
+    assert "DATABASE_UNAVAILABLE" not in server.output()
+    assert "database unavailable, answering 503" in server.output()
+    assert_no_secret_in_output(server)
 
 
 # ---------------------------------------------------------------------------
@@ -375,6 +385,7 @@ def test_frozen_database_answers_503_within_the_deadline(start_gunicorn, empty_o
     assert set(attempts.retry_unanswered()) <= {200, 201}
     attempts.assert_all_stored_whole(postgres)
     assert len(stored_orders(postgres)) == len(attempts.attempts)
+    assert_no_secret_in_output(server)
 
 
 def test_query_past_deadline_is_unavailable_and_never_hangs(empty_orders):
