@@ -131,15 +131,13 @@ def test_hs256_is_accepted_once_configured(make_app):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("listed", ["RS256", "none", "HS512,ES256", ""])
+@pytest.mark.parametrize("listed", ["RS256", "none", "HS512,ES256", ","])
 def test_non_hmac_algorithm_setting_refuses_to_start(empty_database, listed):
     settings = {
         "SECRET_KEY": TEST_SECRET,
         "DATABASE_URL": empty_database,
         "JWT_ALGORITHMS": listed,
     }
-    if not listed:
-        settings["JWT_ALGORITHMS"] = ","
 
     with pytest.raises(orders.ConfigError, match="JWT_ALGORITHMS"):
         orders.create_app(settings)
