@@ -736,19 +736,38 @@ def test_schemathesis_finds_no_server_error_or_nonconforming_answer(
 # Hostile requests only a real server can carry
 
 
-def test_chunked_body_over_size_limit_is_413_json(start_gunicorn, empty_orders):
-    server = start_gunicorn(workers=1)
+def post_chunked(port, parts):
+    """POST `parts` as a chunked order body; return (head, body) answered."""
     token = bearer(str(uuid.uuid4()))["Authorization"].encode()
-    chunk = b"[" + b" " * 16383
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8))
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts)
     request = (
         b"POST " + ORDERS_URL.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Connection: close\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\nAuthorization: " + token + b"\r\n\r\n"
         + chunks + b"0\r\n\r\n"
     )
+    head, _, body = raw_exchange(port, request).partition(b"\r\n\r\n")
+    return head, body
 
-    head, _, body = raw_exchange(server.port, request).partition(b"\r\n\r\n")
+
+def _whole_order_then_more():
+    # The first MAX_BODY_BYTES are a whole order; what follows must not be
+    # cut off and ignored.
+    order = json.dumps(order_body()).encode()
+    return [order + b" " * (orders.MAX_BODY_BYTES - len(order)), b"garbage"]
+
+
+@pytest.mark.parametrize(
+    "make_parts",
+    [lambda: [b"[" + b" " * 16383] * 8, _whole_order_then_more],
+    ids=["128k-of-junk", "valid-order-then-more"],
+)
+def test_chunked_body_over_size_limit_is_413_json(
+    start_gunicorn, empty_orders, make_parts
+):
+    server = start_gunicorn(workers=1)
+
+    head, body = post_chunked(server.port, make_parts())
 
     assert head.startswith(b"HTTP/1.1 413")
     assert json.loads(body) == {"success": False, "messages": ["BODY_TOO_LARGE"]}
@@ -768,29 +787,3 @@ def test_two_authorization_headers_are_401(start_gunicorn):
 
     assert head.startswith(b"HTTP/1.1 401")
     assert json.loads(body) == {"success": False, "messages": ["INVALID_TOKEN"]}
-
-
-def test_chunked_body_valid_within_limit_but_longer_is_413(
-    start_gunicorn, empty_orders
-):
-    # The first MAX_BODY_BYTES are a whole order; what follows must not be
-    # cut off and ignored.
-    server = start_gunicorn(workers=1)
-    token = bearer(str(uuid.uuid4()))["Authorization"].encode()
-    order = json.dumps(order_body()).encode()
-    first = order + b" " * (orders.MAX_BODY_BYTES - len(order))
-    chunks = b"".join(
-        b"%x\r\n%s\r\n" % (len(part), part) for part in (first, b"garbage")
-    )
-    request = (
-        b"POST " + ORDERS_URL.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Connection: close\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\nAuthorization: " + token + b"\r\n\r\n"
-        + chunks + b"0\r\n\r\n"
-    )
-
-    head, _, body = raw_exchange(server.port, request).partition(b"\r\n\r\n")
-
-    assert head.startswith(b"HTTP/1.1 413")
-    assert json.loads(body) == {"success": False, "messages": ["BODY_TOO_LARGE"]}
-    assert stored_orders(empty_orders) == {}

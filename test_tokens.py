@@ -131,15 +131,24 @@ def test_hs256_is_accepted_once_configured(make_app):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("listed", ["RS256", "none", "HS512,ES256", ","])
-def test_non_hmac_algorithm_setting_refuses_to_start(empty_database, listed):
-    settings = {
-        "SECRET_KEY": TEST_SECRET,
-        "DATABASE_URL": empty_database,
-        "JWT_ALGORITHMS": listed,
-    }
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("JWT_ALGORITHMS", "RS256"),
+        ("JWT_ALGORITHMS", "none"),
+        ("JWT_ALGORITHMS", "HS512,ES256"),
+        ("JWT_ALGORITHMS", ","),
+        ("JWT_LEEWAY_S", "61"),
+        ("JWT_LEEWAY_S", "-1"),
+        ("JWT_LEEWAY_S", "5s"),
+        ("JWT_LEEWAY_S", "1e1"),
+        ("JWT_LEEWAY_S", "3600"),
+    ],
+)
+def test_token_setting_out_of_bounds_refuses_to_start(empty_database, name, value):
+    settings = {"SECRET_KEY": TEST_SECRET, "DATABASE_URL": empty_database, name: value}
 
-    with pytest.raises(orders.ConfigError, match="JWT_ALGORITHMS"):
+    with pytest.raises(orders.ConfigError, match=name):
         orders.create_app(settings)
 
 
@@ -424,18 +433,6 @@ def test_zero_leeway_refuses_a_token_expired_a_second_ago(make_app):
     token = sign(valid_claims(exp=now() - 2))
 
     assert_refused(client.get(ORDERS_URL, headers=bearer(token)))
-
-
-@pytest.mark.parametrize("value", ["61", "-1", "5s", "1e1", "3600"])
-def test_leeway_beyond_bound_refuses_to_start(empty_database, value):
-    settings = {
-        "SECRET_KEY": TEST_SECRET,
-        "DATABASE_URL": empty_database,
-        "JWT_LEEWAY_S": value,
-    }
-
-    with pytest.raises(orders.ConfigError, match="JWT_LEEWAY_S"):
-        orders.create_app(settings)
 
 
 def test_previous_secret_is_accepted_while_configured(make_app):
