@@ -7,6 +7,7 @@ freezing or locking it touches nothing else. Marked `process`: run with
 """
 
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import os
@@ -22,6 +23,8 @@ import uuid
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
 import pytest
 
 import auth
@@ -415,6 +418,25 @@ def test_query_past_deadline_is_unavailable_and_never_hangs(empty_orders):
 
     assert not worker.is_alive(), "the thread hung past the deadline"
     assert outcome == ["unavailable", 2]
+
+
+@pytest.mark.parametrize("failing", [True, False], ids=["aborted", "left-open"])
+def test_transaction_never_reaches_the_next_borrower(empty_orders, failing):
+    database = db.Database(database_url(empty_orders), pool_size=1, timeout_s=5)
+    idle = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    try:
+        expected = pytest.raises(psycopg2.errors.DivisionByZero)
+        with expected if failing else contextlib.nullcontext():
+            with database.connection() as conn, conn.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute("SELECT 1 / %s", (0 if failing else 1,))
+
+        with database.connection() as conn, conn.cursor() as cursor:
+            assert conn.info.transaction_status == idle
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+    finally:
+        database.close()
 
 
 # ---------------------------------------------------------------------------
