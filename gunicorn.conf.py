@@ -47,6 +47,21 @@ control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
+def _hide_refused_request_text(record):
+    # gunicorn logs a request it refuses (a malformed header line, say)
+    # with the offending text, which may hold a token: keep only why.
+    message = record.getMessage()
+    if message.startswith("Invalid request from"):
+        record.msg = message.split(": ", 1)[0] + ": refused, request text not logged"
+        record.args = ()
+    return True
+
+
+def post_worker_init(worker):
+    """Keep refused requests' text, tokens included, out of the log."""
+    worker.log.error_log.addFilter(_hide_refused_request_text)
+
+
 def on_starting(server):
     """Check the settings and apply the schema once, before forking."""
     try:
