@@ -91,12 +91,11 @@ SELECT setval(pg_get_serial_sequence('orders', 'id'), max(id)) FROM orders
 """
 
 # The position of the order half-way down each user's list, as the
-# service writes it into a cursor.
-_CREATED_TEXT = orders._UTC_TEXT.format(column="o.created_at")
-DEEP_POSITIONS = f"""
+# service writes it into a cursor (see list_own_orders in schema.sql).
+DEEP_POSITIONS = """
 SELECT owner::text, position
 FROM (SELECT o.owner,
-             {_CREATED_TEXT} || ' ' || o.id AS position,
+             utc_text(o.created_at) || ' ' || o.id AS position,
              row_number() OVER (PARTITION BY o.owner
                                 ORDER BY o.created_at DESC, o.id DESC) AS place,
              count(*) OVER (PARTITION BY o.owner) AS orders_held
@@ -402,9 +401,9 @@ def write_pgbench_scripts(url, folder, seeded_orders):
 
 
 def _hide_colons(statement):
-    # pgbench takes ":MI" even inside a string literal for a variable, so
-    # the time format's colons are written as the escape \x3a: the same
-    # constant to the server, parsed once per prepared statement.
+    # pgbench takes ":name" even inside a string literal for a variable,
+    # so a literal's colons (a time's, say) are written as the escape
+    # \x3a: the same constant to the server.
     def escape(match):
         literal = match.group(0)
         return "E" + literal.replace(":", "\\x3a") if ":" in literal else literal

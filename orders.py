@@ -72,85 +72,39 @@ class OrderNumberConverter(IntegerConverter):
 
 
 # ---------------------------------------------------------------------------
-# SQL. Each unit of work is one statement, run in autocommit mode, so it is
-# stored whole or not at all. Each ORDER is built as JSON by PostgreSQL.
+# SQL. Each unit of work is one statement, run in autocommit mode, so it
+# is stored whole or not at all: mostly a call of a function of
+# schema.sql, whose plans PostgreSQL keeps per connection. PostgreSQL
+# builds each ORDER as JSON (order_answers in schema.sql). Every
+# customer's statement names its owner.
 
-_UTC_TEXT = """to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-
-_ORDER_JSON = """json_build_object(
-    'id', o.id,
-    'user', o.owner,
-    'products', ({products}),
-    'order_date', {created},
-    'updated_at', {updated},
-    'status', o.status,
-    'fulfilled', o.status = 'fulfilled'
-)::text"""
-
-
-def _order_json(products_sql):
-    return _ORDER_JSON.format(
-        products=products_sql,
-        created=_UTC_TEXT.format(column="o.created_at"),
-        updated=_UTC_TEXT.format(column="o.updated_at"),
-    )
-
-
-ORDER_JSON = _order_json(
-    """SELECT json_agg(json_build_object('uuid', p.product_uuid,
-                                         'quantity', p.quantity)
-                       ORDER BY p.line_no)
-       FROM order_products p
-       WHERE p.owner = o.owner AND p.order_id = o.id"""
-)
-
-PLACE_ORDER = f"""
-WITH new_order AS (
-    INSERT INTO orders (owner, idempotency_key, request_digest)
-    VALUES (%(owner)s, %(idempotency_key)s, %(request_digest)s)
-    ON CONFLICT (owner, idempotency_key) DO NOTHING
-    RETURNING owner, id, status, created_at, updated_at
-), new_lines AS (
-    INSERT INTO order_products (owner, order_id, line_no, product_uuid, quantity)
-    SELECT o.owner, o.id, line.line_no, line.product_uuid, line.quantity
-    FROM new_order o,
-         unnest(%(product_uuids)s::uuid[], %(quantities)s::integer[])
-             WITH ORDINALITY AS line (product_uuid, quantity, line_no)
-    RETURNING line_no, product_uuid, quantity
-)
-SELECT o.id, {_order_json(
-    '''SELECT json_agg(json_build_object('uuid', p.product_uuid,
-                                          'quantity', p.quantity)
-                        ORDER BY p.line_no)
-       FROM new_lines p''')}
-FROM new_order o
+PLACE_ORDER = """
+SELECT order_number, order_body
+FROM place_order(%(owner)s, %(idempotency_key)s, %(request_digest)s,
+                 %(product_uuids)s::uuid[], %(quantities)s::integer[])
 """
 
-FIND_RETRIED_ORDER = f"""
-SELECT o.request_digest, o.id, {ORDER_JSON}
-FROM orders o
-WHERE o.owner = %(owner)s AND o.idempotency_key = %(idempotency_key)s
+FIND_RETRIED_ORDER = """
+SELECT request_digest, order_number, order_body
+FROM find_retried_order(%(owner)s, %(idempotency_key)s)
 """
 
-FIND_OWN_ORDER = f"""
-SELECT o.status, {ORDER_JSON}
-FROM orders o
-WHERE o.owner = %(owner)s AND o.id = %(order_id)s
+FIND_OWN_ORDER = """
+SELECT order_status, order_body FROM find_own_order(%(owner)s, %(order_id)s)
 """
 
 # Staff only: an order of any customer, found by its number alone.
-FIND_ANY_ORDER = f"""
-SELECT o.status, {ORDER_JSON}
-FROM orders o
-WHERE o.id = %(order_id)s
+FIND_ANY_ORDER = """
+SELECT order_status, order_body FROM find_any_order(%(order_id)s)
 """
 
 # A customer's list always names its owner; staff may ask for every owner
-# by passing NULL. Pages are keyed on (created_at, id), never OFFSET.
-LIST_ORDERS = f"""
-SELECT {ORDER_JSON},
-       {_UTC_TEXT.format(column="o.created_at")} || ' ' || o.id
-FROM orders o
+# by passing NULL. Pages are keyed on (created_at, id), never OFFSET. A
+# plain statement, planned per call for the owner and cursor it names
+# (see schema.sql on why).
+LIST_ORDERS = """
+SELECT o.order_body, o.list_position
+FROM order_answers o
 WHERE (%(owner)s::uuid IS NULL OR o.owner = %(owner)s)
   AND (%(status)s::text IS NULL OR o.status = %(status)s)
   AND (%(after_time)s::timestamptz IS NULL
@@ -161,17 +115,13 @@ LIMIT %(limit)s
 
 # A change of state happens only from 'placed', in one conditional
 # statement, so of two concurrent changes exactly one wins.
-CANCEL_OWN_ORDER = f"""
-UPDATE orders AS o SET status = 'cancelled', updated_at = now()
-WHERE o.owner = %(owner)s AND o.id = %(order_id)s AND o.status = 'placed'
-RETURNING {ORDER_JSON}
+CANCEL_OWN_ORDER = """
+SELECT order_body FROM cancel_own_order(%(owner)s, %(order_id)s)
 """
 
 # Staff only: fulfil any customer's order by its number.
-FULFIL_ANY_ORDER = f"""
-UPDATE orders AS o SET status = 'fulfilled', updated_at = now()
-WHERE o.id = %(order_id)s AND o.status = 'placed'
-RETURNING {ORDER_JSON}
+FULFIL_ANY_ORDER = """
+SELECT order_body FROM fulfil_any_order(%(order_id)s)
 """
 
 

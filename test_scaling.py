@@ -30,29 +30,54 @@ BOUNCER_START_TIMEOUT_S = 15
 # design they carry no owner. Every other statement on the orders must.
 STAFF_ONLY_STATEMENTS = {"FIND_ANY_ORDER", "FULFIL_ANY_ORDER"}
 
-ORDER_TABLES = re.compile(r"\b(orders|order_products)\b")
 STATEMENT = re.compile(r"\s*(SELECT|WITH|INSERT|UPDATE|DELETE)\b")
 
-# Where a statement names its owner: `o.owner = %(owner)s` in its
-# top-level WHERE, or the owner first in an INSERT's VALUES.
+# A plain statement names its owner as `o.owner = %(owner)s` in its
+# top-level WHERE. A call of a function of schema.sql passes the owner
+# first, and every query of the function's body names that argument,
+# `customer`, in its WHERE, or first in an INSERT's VALUES.
+FUNCTION_CALL = re.compile(r"\bFROM (\w+)\((%\(\w+\)s)")
 OWNER_IN_WHERE = re.compile(r"\nWHERE [^\n]*\bo\.owner = %\(owner\)s")
-OWNER_IN_VALUES = re.compile(r"\n\s*VALUES \(%\(owner\)s")
+CUSTOMER_IN_WHERE = re.compile(r"\bWHERE [^\n]*\b[op]\.owner = customer\b")
+CUSTOMER_IN_VALUES = re.compile(r"\bVALUES \(customer\b")
 
 
 def sql_constants():
-    """{text: name} of every statement of orders.py on the order tables."""
+    """{text: name} of every SQL statement of orders.py."""
     return {
         value: name
         for name, value in vars(orders).items()
-        if name.isupper()
-        and isinstance(value, str)
-        and STATEMENT.match(value)
-        and ORDER_TABLES.search(value)
+        if name.isupper() and isinstance(value, str) and STATEMENT.match(value)
     }
 
 
-def names_owner(statement):
-    return bool(OWNER_IN_WHERE.search(statement) or OWNER_IN_VALUES.search(statement))
+@pytest.fixture
+def function_bodies(sql):
+    """{name: source} of every function schema.sql defines."""
+    rows = sql(
+        "SELECT proname, prosrc FROM pg_proc"
+        " WHERE pronamespace = 'public'::regnamespace"
+    )
+    return dict(rows)
+
+
+def names_owner(statement, function_bodies):
+    call = FUNCTION_CALL.search(statement)
+    if call is None:
+        return bool(OWNER_IN_WHERE.search(statement))
+    function, first_argument = call.groups()
+    return first_argument == "%(owner)s" and body_names_customer(
+        function_bodies[function]
+    )
+
+
+def body_names_customer(body):
+    """Whether each query the body returns names the customer."""
+    queries = re.split(r"\bRETURN\b", body)[1:]
+    return bool(queries) and all(
+        CUSTOMER_IN_WHERE.search(query) or CUSTOMER_IN_VALUES.search(query)
+        for query in queries
+    )
 
 
 @pytest.fixture(scope="module")
@@ -207,19 +232,17 @@ def customer_session(client, as_user, owner, other):
 
 
 def test_every_customer_statement_names_its_owner(
-    sent_statements, client, as_user, alice, bob
+    function_bodies, sent_statements, client, as_user, alice, bob
 ):
     customer_session(client, as_user, alice, bob)
 
     constants = sql_constants()
     names = set()
     for query, params in sent_statements:
-        if not ORDER_TABLES.search(query):
-            continue
         name = constants.get(query, "an ad-hoc statement")
         names.add(name)
         assert name not in STAFF_ONLY_STATEMENTS, f"a customer request ran {name}"
-        assert names_owner(query), f"{name} does not name the owner"
+        assert names_owner(query, function_bodies), f"{name} does not name the owner"
         assert params["owner"] in (alice, bob), f"{name} ran for no caller"
 
     # Every statement of orders.py on the order tables was exercised,
@@ -227,7 +250,35 @@ def test_every_customer_statement_names_its_owner(
     assert names == set(constants.values()) - STAFF_ONLY_STATEMENTS
 
 
-def test_only_staff_statements_omit_the_owner():
-    lacking = {name for text, name in sql_constants().items() if not names_owner(text)}
+def test_only_staff_statements_omit_the_owner(function_bodies):
+    lacking = {
+        name
+        for text, name in sql_constants().items()
+        if not names_owner(text, function_bodies)
+    }
 
     assert lacking == STAFF_ONLY_STATEMENTS
+
+
+@pytest.mark.parametrize(
+    "function, owner_condition",
+    [
+        ("find_own_order", "o.owner = customer AND "),
+        ("find_retried_order", "o.owner = customer AND "),
+        ("cancel_own_order", "o.owner = customer AND "),
+        ("place_order", "VALUES (customer, "),
+    ],
+)
+def test_owner_check_fails_without_the_owner_condition(
+    function_bodies, function, owner_condition
+):
+    body = function_bodies[function]
+    statement = next(
+        text for text in sql_constants() if f"FROM {function}(" in text
+    )
+
+    assert owner_condition in body
+    assert names_owner(statement, function_bodies)
+    stripped = {**function_bodies, function: body.replace(owner_condition, "")}
+    assert not names_owner(statement, stripped)
+    assert not names_owner(statement.replace("%(owner)s", "NULL", 1), function_bodies)
