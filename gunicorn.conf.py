@@ -17,17 +17,25 @@ import orders
 # exports its PORT default, hence ours.
 bind = "0.0.0.0:" + os.environ.get("PORT", "8080")
 
+
+def _whole_number(environ, name, default, lowest, highest):
+    try:
+        return orders.int_setting(environ, name, default, lowest, highest)
+    except orders.ConfigError as error:
+        sys.exit(f"ERROR: {error.message}")
+
+
 # The builder computes WEB_CONCURRENCY from the container's CPU and
 # memory limits; two workers when it is unset.
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _whole_number(os.environ, "WEB_CONCURRENCY", 2, 1, 64)
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = _whole_number(os.environ, "GUNICORN_THREADS", 4, 1, 64)
 
 # One access line a request, on stdout, with the user and request id the
 # app puts in the WSGI environ. Never the query string or a header.
 accesslog = "-"
 access_log_format = (
-    "method=%(m)s path=%(U)s status=%(s)s duration_ms=%(M)s "
+    "method=%(m)s path=%({orders.path}e)s status=%(s)s duration_ms=%(M)s "
     "user=%({orders.user}e)s request_id=%({orders.request_id}e)s"
 )
 errorlog = "-"
@@ -67,6 +75,6 @@ def on_starting(server):
     try:
         orders.prepare_database(os.environ)
     except orders.ConfigError as error:
-        sys.exit(f"ERROR: {error}")
+        sys.exit(f"ERROR: {error.message}")
     except orders.db.DatabaseUnavailable as error:
         sys.exit(f"ERROR: database unreachable, schema not applied: {error}")

@@ -180,12 +180,14 @@ def create_database(server_url, name):
 
 
 def _local_secret():
+    """Return the local runs' secret and whether it was made just now."""
     path = LOCAL_DIR / "secret_key"
-    if not path.exists():
+    made_now = not path.exists()
+    if made_now:
         LOCAL_DIR.mkdir(exist_ok=True)
         path.write_text(secrets.token_urlsafe(64))
         path.chmod(0o600)
-    return path.read_text().strip()
+    return path.read_text().strip(), made_now
 
 
 def serve():
@@ -206,9 +208,10 @@ def serve():
 
     secret_note = ""
     if not environ.get("SECRET_KEY"):
-        environ["SECRET_KEY"] = _local_secret()
+        environ["SECRET_KEY"], made_now = _local_secret()
         secret_note = "SECRET_KEY=$(cat .local/secret_key) "
-        print("---> SECRET_KEY not set: made one up for this local run, kept in "
+        how = "made one up" if made_now else "using the one made up before"
+        print(f"---> SECRET_KEY not set: {how} for local runs, kept in "
               ".local/secret_key (tokens of the real users service won't verify)")
 
     port = environ.setdefault("PORT", "8080")

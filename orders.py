@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 
 import click
+import psycopg2
+import psycopg2.extensions
 from flask import Flask, current_app, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
@@ -60,8 +62,12 @@ ERROR_NAMES = {
 }
 
 
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message names the variable."""
+class ConfigError(click.ClickException):
+    """A setting is missing or wrong; the message names the variable.
+
+    A click exception, so that `flask --app orders ...` prints it as one
+    line rather than a traceback.
+    """
 
 
 class OrderNumberConverter(IntegerConverter):
@@ -158,7 +164,7 @@ def settings_from_environment(environ):
             + f"; got {environ.get('JWT_ALGORITHMS')!r}"
         )
 
-    leeway_s = _int_setting(environ, "JWT_LEEWAY_S", 5, 0, auth.MAX_LEEWAY_S)
+    leeway_s = int_setting(environ, "JWT_LEEWAY_S", 5, 0, auth.MAX_LEEWAY_S)
 
     return {
         "TOKEN_SETTINGS": auth.TokenSettings(
@@ -170,13 +176,18 @@ def settings_from_environment(environ):
         ),
         # None when no database is configured: the token command needs
         # none, and `prepare_database` refuses to serve without one.
-        "DATABASE_DSN": db.database_dsn(environ),
-        "DB_POOL_SIZE": _int_setting(environ, "DB_POOL_SIZE", 4, 1, 100),
-        "DB_TIMEOUT_S": _int_setting(environ, "DB_TIMEOUT_S", 5, 1, 60),
+        "DATABASE_DSN": _checked_dsn(environ),
+        "DB_POOL_SIZE": int_setting(environ, "DB_POOL_SIZE", 4, 1, 100),
+        "DB_TIMEOUT_S": int_setting(environ, "DB_TIMEOUT_S", 5, 1, 60),
     }
 
 
-def _int_setting(environ, name, default, lowest, highest):
+def int_setting(environ, name, default, lowest, highest):
+    """Return the whole number `environ[name]`, or `default` when unset.
+
+    Raises ConfigError naming the variable when the value is not a whole
+    number from `lowest` to `highest`.
+    """
     text = environ.get(name, "")
     if not text:
         return default
@@ -189,6 +200,20 @@ def _int_setting(environ, name, default, lowest, highest):
             f"{name} must be a whole number from {lowest} to {highest}; got {text!r}"
         )
     return value
+
+
+def _checked_dsn(environ):
+    dsn = db.database_dsn(environ)
+    if dsn:
+        try:
+            psycopg2.extensions.parse_dsn(dsn)
+        except psycopg2.ProgrammingError:
+            # psycopg2's message quotes the string, password included.
+            raise ConfigError(
+                "DATABASE_URL (or the DB_* variables) is not a valid libpq URL "
+                "or key=value connection string"
+            ) from None
+    return dsn
 
 
 def check_secret_strength(token_settings):
@@ -224,6 +249,9 @@ def create_app(test_config=None):
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.url_map.converters["int"] = OrderNumberConverter
+    # Werkzeug would answer '//' in a path with an HTML redirect to a URL
+    # built from the client's Host header; such a path is simply unknown.
+    app.url_map.merge_slashes = False
 
     environ = dict(os.environ)
     if test_config:
@@ -269,13 +297,13 @@ def _database():
 
 
 def _start_request():
-    g.started = time.perf_counter()
-
     sent_id = request.headers.get("X-Request-ID", "")
     g.request_id = sent_id if _REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
-    # gunicorn's access log reads these two (see gunicorn.conf.py).
+    # gunicorn's access log reads these (see gunicorn.conf.py). The path
+    # is escaped: a newline sent as %0a must not start a forged log line.
     request.environ["orders.request_id"] = g.request_id
     request.environ["orders.user"] = "-"
+    request.environ["orders.path"] = request.path.encode("unicode_escape").decode()
 
 
 def _finish_response(response):
@@ -402,8 +430,11 @@ def parse_json_body(raw):
             object_pairs_hook=_refuse_duplicate_keys,
             parse_constant=_refuse_constant,
         )
-    except (ValueError, RecursionError) as error:
-        raise InvalidRequest(400, [f"body: is not valid JSON ({_short(error)})"]) from None
+    except RecursionError:
+        raise InvalidRequest(400, ["body: is nested too deeply"]) from None
+    except ValueError as error:
+        message = f"body: is not valid JSON ({_short(error)})"
+        raise InvalidRequest(400, [message]) from None
     if _depth(value, MAX_JSON_DEPTH) < 0:
         raise InvalidRequest(400, [f"body: nested deeper than {MAX_JSON_DEPTH} levels"])
     return value
@@ -477,7 +508,14 @@ def _read_order_request():
         raise InvalidRequest(
             415, ["Content-Type: must be application/json"]
         )
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+    except HTTPException:
+        raise
+    except Exception:
+        # The server could not read the body: broken chunked framing or a
+        # client that hung up. Its text may hold anything: never log it.
+        raise InvalidRequest(400, ["body: could not be read"]) from None
     # Werkzeug cuts a body sent without Content-Length (chunked) at
     # MAX_BODY_BYTES without a word: a byte left over means too large.
     if len(raw) >= MAX_BODY_BYTES and request.environ["wsgi.input"].read(1):

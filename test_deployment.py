@@ -334,7 +334,9 @@ def test_app_service_is_cluster_internal(objects):
 
 
 def test_probe_paths_are_routes_of_the_app(objects):
-    app = orders.create_app({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": "unused"})
+    app = orders.create_app(
+        {"SECRET_KEY": SECRET_KEY, "DATABASE_URL": "postgresql://unused.invalid/x"}
+    )
     routes = app.url_map.bind("orders.internal")
     container = app_container(objects)
 

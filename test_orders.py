@@ -1,7 +1,11 @@
 """The orders contract: place, list and read, for the token's user only."""
 
 import datetime
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -242,3 +246,32 @@ def test_token_cli_refuses_a_non_uuid(runner):
 
     assert result.exit_code != 0
     assert "UUID" in result.output
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1//orders", "/api/v1/orders//1", "/api/v1/orders//1/cancel"]
+)
+def test_doubled_slash_is_404_json_not_a_redirect(client, as_user, alice, path):
+    response = client.post(path, headers={**as_user(alice), "Host": "elsewhere"})
+
+    assert response.status_code == 404
+    assert response.get_json() == {"success": False, "messages": ["NOT_FOUND"]}
+    assert "Location" not in response.headers
+
+
+def test_token_command_without_secret_says_what_to_set_in_one_line(tmp_path):
+    environ = {
+        key: value for key, value in os.environ.items() if key != "SECRET_KEY"
+    }
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "orders", "token", str(uuid.uuid4())],
+        cwd=Path(__file__).parent,
+        env=environ,
+        capture_output=True,
+        text=True,
+    )
+
+    assert finished.returncode != 0
+    assert "Traceback" not in finished.stderr
+    assert "SECRET_KEY" in finished.stderr.strip().splitlines()[-1]

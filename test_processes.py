@@ -809,3 +809,90 @@ def test_two_authorization_headers_are_401(start_gunicorn):
 
     assert head.startswith(b"HTTP/1.1 401")
     assert json.loads(body) == {"success": False, "messages": ["INVALID_TOKEN"]}
+
+
+def test_malformed_chunked_body_is_400_json_and_not_logged(start_gunicorn, empty_orders):
+    server = start_gunicorn(workers=1)
+    token = bearer(str(uuid.uuid4()))["Authorization"].encode()
+    request = (
+        b"POST " + ORDERS_URL.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Connection: close\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nAuthorization: " + token + b"\r\n\r\n"
+        b"BODYCANARY\r\nxx\r\n0\r\n\r\n"
+    )
+
+    head, _, body = raw_exchange(server.port, request).partition(b"\r\n\r\n")
+
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body)["success"] is False
+    assert stored_orders(empty_orders) == {}
+    server.stop()
+    assert "BODYCANARY" not in server.output()
+    assert "Traceback" not in server.output()
+
+
+def test_newline_in_path_cannot_forge_a_log_line(start_gunicorn):
+    server = start_gunicorn(workers=1)
+
+    status, _, _ = server.request("GET", ORDERS_URL + "/%0aFORGED%20status=200")
+
+    assert status == 404
+    server.stop()
+    logged = server.output().splitlines()
+    assert not any(line.startswith("FORGED") for line in logged)
+    assert "\\nFORGED" in server.output()
+
+
+def test_request_gunicorn_refuses_is_logged_without_its_text(start_gunicorn):
+    server = start_gunicorn(workers=1)
+    token = bearer(str(uuid.uuid4()))["Authorization"].encode()
+    request = (
+        b"GET " + ORDERS_URL.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Connection: close\r\n" + token.replace(b": ", b" ") + b"\r\n\r\n"
+    )
+
+    head = raw_exchange(server.port, request).partition(b"\r\n\r\n")[0]
+
+    assert head.startswith(b"HTTP/1.1 400")
+    server.stop()
+    assert token.split()[-1].decode() not in server.output()
+    assert "Invalid request from" in server.output()
+
+
+def start_gunicorn_expecting_failure(postgres, **environ):
+    """Start gunicorn with `environ`; return (exit status, stderr text)."""
+    command = [
+        sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
+        "--bind", f"127.0.0.1:{localdb.free_port()}", "orders:create_app()",
+    ]
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PG", "DB_", "DATABASE_", "SECRET_KEY", "WEB_"))
+    }
+    clean.update(
+        {"SECRET_KEY": TEST_SECRET, "DATABASE_URL": database_url(postgres), **environ}
+    )
+    finished = subprocess.run(
+        command, cwd=HERE, env=clean, capture_output=True, text=True, timeout=60
+    )
+    return finished.returncode, finished.stderr
+
+
+@pytest.mark.parametrize(
+    "setting, variable",
+    [
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY"),
+        ({"GUNICORN_THREADS": "-1"}, "GUNICORN_THREADS"),
+        ({"DATABASE_URL": "garbage://"}, "DATABASE_URL"),
+        ({"SECRET_KEY": ""}, "SECRET_KEY"),
+    ],
+    ids=["no-workers", "negative-threads", "bad-url", "no-secret"],
+)
+def test_bad_setting_stops_the_server_with_one_line(postgres, setting, variable):
+    status, stderr = start_gunicorn_expecting_failure(postgres, **setting)
+
+    assert status != 0
+    assert "Traceback" not in stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert last_line.startswith("ERROR: ") and variable in last_line
