@@ -7,7 +7,9 @@ It seeds a database, serves the service with gunicorn.conf.py on
 127.0.0.1, loads it with wrk, then measures in the same run what the
 database allows for the very same SQL (pgbench) and what Flask allows
 with no database (bench/bare_flask.py under the same gunicorn config).
-It prints one table and writes the figures to .local/bench/<time>.json.
+It prints one table, with the CPU time per request of the workers and
+of PostgreSQL's backends (read from /proc), and writes the figures to
+.local/bench/<time>.json.
 Only ratios within one run mean much: the load generator, gunicorn and
 PostgreSQL share the machine's cores.
 
@@ -295,6 +297,47 @@ class Gunicorn:
         self.log.close()
 
 
+class CpuMeter:
+    """CPU seconds used so far by gunicorn's workers and, when its process
+    is known, by the PostgreSQL server's backends: per request, the figure
+    that a machine shared with other work disturbs least."""
+
+    def __init__(self, gunicorn, postmaster_pid):
+        self.gunicorn_pid = gunicorn.process.pid
+        self.postmaster_pid = postmaster_pid
+
+    def seconds(self):
+        used = {"worker": _cpu_seconds(_children(self.gunicorn_pid))}
+        if self.postmaster_pid is not None:
+            used["database"] = _cpu_seconds(_children(self.postmaster_pid))
+        return used
+
+
+def _children(pid):
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
+def _cpu_seconds(pids):
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        ticks += int(fields[11]) + int(fields[12])  # user and system time
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postmaster_pid(local_server):
+    """The pid of our own PostgreSQL server, or None for another's."""
+    if local_server is None:
+        return None
+    return int((local_server.datadir / "postmaster.pid").read_text().split()[0])
+
+
 # ---------------------------------------------------------------------------
 # Load: wrk and pgbench
 
@@ -313,8 +356,9 @@ def write_lua_data(path, tokens, cursors, seeded_orders):
     )
 
 
-def run_wrk(url, script, data_path, warmup_s, duration_s):
-    """Warm up, then load `url` for `duration_s`; return wrk's figures."""
+def run_wrk(url, script, data_path, warmup_s, duration_s, cpu_meter=None):
+    """Warm up, then load `url` for `duration_s`; return wrk's figures,
+    with the CPU microseconds per request when given a CpuMeter."""
     environ = {
         **os.environ, "BENCH_DATA": str(data_path), "BENCH_LUA_DIR": str(LUA_DIR)
     }
@@ -332,7 +376,9 @@ def run_wrk(url, script, data_path, warmup_s, duration_s):
 
     if warmup_s:
         wrk(warmup_s)
+    used_before = cpu_meter.seconds() if cpu_meter else {}
     figures = wrk(duration_s)
+    used_after = cpu_meter.seconds() if cpu_meter else {}
     seconds = figures["duration_us"] / 1e6
     return {
         "rps": round(figures["requests"] / seconds, 1),
@@ -341,6 +387,11 @@ def run_wrk(url, script, data_path, warmup_s, duration_s):
         "errors": figures["socket_errors"] + figures["timeouts"],
         "non_2xx": figures["non_2xx"],
         "requests": figures["requests"],
+        "cpu_us_per_request": {
+            name: round((used_after[name] - used_before[name]) * 1e6
+                        / max(figures["requests"], 1))
+            for name in used_after
+        },
     }
 
 
@@ -515,12 +566,14 @@ def main(argv=None):
         f"{warmup_s} s warm-up + {duration_s} s a step")
     service = Gunicorn("orders:create_app()", environ, work / "gunicorn.log",
                        args.gunicorn_arg)
+    database_pid = postmaster_pid(local_server)
     try:
         # Reads first, on the 10,000 seeded orders; placing adds orders.
         for operation, script in (("list", "list.lua"), ("list_deep", "list_deep.lua"),
                                   ("read", "read.lua"), ("place", "place.lua")):
             results["service"][operation] = run_wrk(
-                service.url, script, data_path, warmup_s, duration_s
+                service.url, script, data_path, warmup_s, duration_s,
+                CpuMeter(service, database_pid),
             )
             say(f"service {operation}: {results['service'][operation]['rps']} rps")
         rss["service"] = service.worker_rss_mb()
@@ -531,7 +584,7 @@ def main(argv=None):
                     ["--pythonpath", str(LUA_DIR), *args.gunicorn_arg])
     try:
         results["bare_flask"] = run_wrk(bare.url, "bare.lua", data_path, warmup_s,
-                                        duration_s)
+                                        duration_s, CpuMeter(bare, None))
         say(f"bare Flask: {results['bare_flask']['rps']} rps")
         rss["bare_flask"] = bare.worker_rss_mb()
     finally:
@@ -661,6 +714,11 @@ def print_table(report):
         if name.startswith("scale_")))
     print("worker RSS after load (MB): " + ", ".join(
         f"{name} {sizes}" for name, sizes in report["worker_rss_mb"].items()))
+    steps = {name: results["service"][name] for name in ("place", "read", "list")}
+    steps["bare Flask"] = results["bare_flask"]
+    print("CPU per request (us; gunicorn workers, PostgreSQL backends): " + ", ".join(
+        f"{name} " + "/".join(str(used) for used in step["cpu_us_per_request"].values())
+        for name, step in steps.items()))
 
 
 if __name__ == "__main__":
