@@ -55,8 +55,8 @@ CREATE TABLE IF NOT EXISTS order_products (
 -- types of its arguments or its result, and adds a view's columns only
 -- at the end. A new signature needs a function of a new name, kept
 -- beside the old one until no running pod calls it, for a later release
--- to drop; a view holds no rows, so a changed one may be dropped and
--- made again in the same release.
+-- to drop. A view holds no rows: a changed one may be dropped and made
+-- again in one apply, as long as it keeps the columns running pods read.
 
 -- A time as the API writes it: UTC, microseconds, a trailing Z.
 CREATE OR REPLACE FUNCTION utc_text(moment TIMESTAMPTZ) RETURNS TEXT
