@@ -144,7 +144,8 @@ class LocalPostgres:
         if result.returncode != 0:
             log_tail = (self.datadir / "server.log").read_text()[-2000:]
             raise RuntimeError(
-                f"PostgreSQL did not start in {self.datadir}:\n{result.stdout}\n{log_tail}"
+                f"PostgreSQL did not start in {self.datadir}:\n"
+                f"{result.stdout}\n{log_tail}"
             )
         return self
 

@@ -563,7 +563,8 @@ def _read_list_query(user):
 
     limit_text = args.get("limit")
     if limit_text is not None:
-        if re.fullmatch(r"[0-9]{1,4}", limit_text) and 1 <= int(limit_text) <= MAX_PAGE_SIZE:
+        is_number = re.fullmatch(r"[0-9]{1,4}", limit_text) is not None
+        if is_number and 1 <= int(limit_text) <= MAX_PAGE_SIZE:
             params["limit"] = int(limit_text)
         else:
             messages.append(f"limit: must be a whole number from 1 to {MAX_PAGE_SIZE}")
@@ -663,7 +664,9 @@ def _register_routes(app):
         if request_digest != params["request_digest"]:
             return error_response(422, ["IDEMPOTENCY_KEY_REUSED"])
         return _order_answer(
-            order, 200, {"Location": _order_url(order_id), "Idempotent-Replayed": "true"}
+            order,
+            200,
+            {"Location": _order_url(order_id), "Idempotent-Replayed": "true"},
         )
 
     @app.get(API_PREFIX + "/orders")

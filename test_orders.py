@@ -35,7 +35,9 @@ def test_place_order_answers_201_with_location_and_order(client, as_user, alice,
     assert order["status"] == "placed"
     assert order["fulfilled"] is False
     assert order["order_date"].endswith("Z")
-    placed_at = datetime.datetime.fromisoformat(order["order_date"].replace("Z", "+00:00"))
+    placed_at = datetime.datetime.fromisoformat(
+        order["order_date"].replace("Z", "+00:00")
+    )
     now = datetime.datetime.now(datetime.timezone.utc)
     assert abs((now - placed_at).total_seconds()) < 60
 
@@ -114,7 +116,10 @@ def test_order_id_beyond_bigint_is_404(client, as_user, alice):
         ({"products": [{"uuid": PRODUCT_A, "quantity": "2"}]}, "products[0].quantity"),
         ({"products": [{"uuid": PRODUCT_A, "quantity": True}]}, "products[0].quantity"),
         ({"products": [{"uuid": PRODUCT_A, "quantity": 1001}]}, "products[0].quantity"),
-        ({"products": [{"uuid": PRODUCT_A, "quantity": 2**70}]}, "products[0].quantity"),
+        (
+            {"products": [{"uuid": PRODUCT_A, "quantity": 2**70}]},
+            "products[0].quantity",
+        ),
         (
             {"products": [{"uuid": PRODUCT_A, "quantity": 1}] * 2},
             "products[1].uuid",
@@ -133,7 +138,9 @@ def test_order_id_beyond_bigint_is_404(client, as_user, alice):
         "product-listed-twice", "too-many-products",
     ],
 )
-def test_invalid_order_is_422_naming_the_field(client, as_user, alice, sql, body, field):
+def test_invalid_order_is_422_naming_the_field(
+    client, as_user, alice, sql, body, field
+):
     response = place(client, as_user(alice), body)
 
     assert response.status_code == 422
@@ -237,7 +244,8 @@ def test_token_cli_mints_a_token_the_service_accepts(client, runner, alice):
 
     assert result.exit_code == 0
     token = result.output.strip()
-    response = client.get("/api/v1/orders", headers={"Authorization": f"Bearer {token}"})
+    headers = {"Authorization": f"Bearer {token}"}
+    response = client.get("/api/v1/orders", headers=headers)
     assert response.status_code == 200
 
 

@@ -811,7 +811,9 @@ def test_two_authorization_headers_are_401(start_gunicorn):
     assert json.loads(body) == {"success": False, "messages": ["INVALID_TOKEN"]}
 
 
-def test_malformed_chunked_body_is_400_json_and_not_logged(start_gunicorn, empty_orders):
+def test_malformed_chunked_body_is_400_json_and_not_logged(
+    start_gunicorn, empty_orders
+):
     server = start_gunicorn(workers=1)
     token = bearer(str(uuid.uuid4()))["Authorization"].encode()
     request = (
