@@ -123,12 +123,13 @@ class ToolMissing(Exception):
     """A tool the benchmark or a test needs is missing and can't be had."""
 
 
-def ensure_debian_tools():
-    """Install wrk and pgbouncer from Debian when missing.
+def ensure_debian_tools(*names):
+    """Install the named tools (default: wrk and pgbouncer) when missing.
 
     Raises ToolMissing, saying what to run, when that is not possible.
     """
-    missing = [name for name in DEBIAN_PACKAGES if tool_path(name) is None]
+    wanted = names or tuple(DEBIAN_PACKAGES)
+    missing = [name for name in wanted if tool_path(name) is None]
     if not missing:
         return
     packages = [DEBIAN_PACKAGES[name] for name in missing]

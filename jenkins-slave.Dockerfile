@@ -17,8 +17,9 @@ LABEL summary="Jenkins agent for the orders service's pipeline" \
 USER 0
 
 # PostgreSQL 15 comes as a module stream on this RHEL 8 based image;
-# nss_wrapper lets initdb run under the arbitrary user id OpenShift gives
-# the pod. No docs, verified, caches cleaned, all in one layer.
+# PgBouncer (AppStream) is for test_scaling.py, which runs the service
+# behind it; nss_wrapper lets initdb run under the arbitrary user id
+# OpenShift gives the pod. No docs, verified, caches cleaned, all in one layer.
 # DL3033 wants exact versions: these are pinned to their release series
 # (a glob), since the repositories' build numbers could not be read where
 # this file was written. Replace each with `rpm -q` output from a build.
@@ -27,8 +28,10 @@ RUN yum -y module enable postgresql:15 && \
     yum -y install --setopt=tsflags=nodocs --setopt=install_weak_deps=false \
         --disableplugin=subscription-manager \
         'python3.11-3.11.*' 'python3.11-pip-22.3.*' 'make-4.2.*' \
-        'postgresql-server-15.*' 'postgresql-15.*' 'nss_wrapper-1.1.*' && \
-    rpm -V python3.11 python3.11-pip make postgresql-server postgresql nss_wrapper && \
+        'postgresql-server-15.*' 'postgresql-15.*' 'pgbouncer-1.*' \
+        'nss_wrapper-1.1.*' && \
+    rpm -V python3.11 python3.11-pip make postgresql-server postgresql pgbouncer \
+        nss_wrapper && \
     yum -y clean all && \
     rm -rf /var/cache/yum /var/cache/dnf
 

@@ -85,7 +85,7 @@ def pgbouncer(database_url):
     """PgBouncer in transaction pooling mode before the test database;
     yields the DSN of the test database through it."""
     try:
-        bench.ensure_debian_tools()
+        bench.ensure_debian_tools("pgbouncer")
     except bench.ToolMissing as error:
         pytest.fail(str(error))
 
