@@ -258,7 +258,11 @@ def create_app(test_config=None):
         environ.update({k: v for k, v in test_config.items() if isinstance(v, str)})
     app.config.update(settings_from_environment(environ))
     if test_config:
-        app.config.update(test_config)
+        # Text values were read as environment above; the rest are whole
+        # settings. Never SECRET_KEY itself: Flask would sign sessions.
+        app.config.update(
+            {k: v for k, v in test_config.items() if not isinstance(v, str)}
+        )
 
     _configure_logging()
     check_secret_strength(app.config["TOKEN_SETTINGS"])
