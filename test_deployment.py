@@ -13,7 +13,6 @@ import json
 import random
 import re
 import runpy
-import string
 from pathlib import Path
 
 import kubernetes_validate
