@@ -112,7 +112,8 @@ def _user_from_claims(claims):
         raise TokenRefused("sub claim is not 'UUID:<uuid>'")
 
     scope = claims.get("scope", "")
-    is_staff = isinstance(scope, str) and STAFF_SCOPE in scope.split()
+    # Scopes are separated by single spaces (RFC 6749), nothing else.
+    is_staff = isinstance(scope, str) and STAFF_SCOPE in scope.split(" ")
     return User(uuid=user_uuid.lower(), is_staff=is_staff), claims["exp"]
 
 

@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -304,10 +305,11 @@ def _start_request():
     sent_id = request.headers.get("X-Request-ID", "")
     g.request_id = sent_id if _REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
     # gunicorn's access log reads these (see gunicorn.conf.py). The path
-    # is escaped: a newline sent as %0a must not start a forged log line.
+    # is logged percent-encoded: a newline, space or '=' sent as %0a, %20
+    # or %3d must not start a forged line or field.
     request.environ["orders.request_id"] = g.request_id
     request.environ["orders.user"] = "-"
-    request.environ["orders.path"] = request.path.encode("unicode_escape").decode()
+    request.environ["orders.path"] = urllib.parse.quote(request.path, safe="/")
 
 
 def _finish_response(response):
@@ -415,7 +417,7 @@ def _depth(value, limit):
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, list):
-        return min((_depth(item, limit - 1) for item in value), default=limit)
+        return min((_depth(item, limit - 1) for item in value), default=limit - 1)
     return limit
 
 
@@ -548,7 +550,11 @@ def decode_cursor(cursor):
     created_text, _, id_text = text.partition(" ")
     created_at = datetime.datetime.fromisoformat(created_text.replace("Z", "+00:00"))
     order_id = int(id_text)
-    if created_at.tzinfo is None or not 1 <= order_id <= MAX_ORDER_ID:
+    # The service writes cursors in UTC; any other offset is forged, and
+    # PostgreSQL refuses some that Python accepts (beyond +-15:59).
+    if created_at.utcoffset() != datetime.timedelta(0):
+        raise ValueError("not a cursor")
+    if not 1 <= order_id <= MAX_ORDER_ID:
         raise ValueError("not a cursor")
     return created_at, order_id
 

@@ -400,3 +400,18 @@ def test_placing_generated_body_is_201_only_when_valid(
     else:
         assert_refused_as_json(response, {400, 422})
         assert after == before
+
+
+@pytest.mark.parametrize("innermost", ["[]", "{}", "[1]"])
+def test_body_nested_nine_levels_is_400_even_when_innermost_is_empty(
+    client, as_user, alice, sql, innermost
+):
+    nested = "[" * 8 + innermost + "]" * 8
+    data = '{"a": ' + nested + ', "products": ' + json.dumps(
+        one_product()["products"]
+    ) + "}"
+
+    response = post_raw(client, as_user(alice), data)
+
+    assert_refused_as_json(response, {400})
+    assert stored_counts(sql) == (0, 0)

@@ -132,6 +132,9 @@ def bad_cursor(text):
         ("after=" + bad_cursor("2025-01-01T00:00:00.000000Z x"), "after"),
         ("after=" + bad_cursor("2025-01-01T00:00:00.000000Z " + "9" * 20), "after"),
         ("after=" + "A" * 101, "after"),
+        ("after=" + bad_cursor("2025-01-01T00:00:00+16:00 5"), "after"),
+        ("after=" + bad_cursor("2025-01-01T00:00:00-23:59 5"), "after"),
+        ("after=" + bad_cursor("2025-01-01T00:00:00+01:00 5"), "after"),
         ("user=alice", "user"),
         ("all=yes", "all"),
     ],
@@ -140,7 +143,9 @@ def bad_cursor(text):
         "limit-empty", "limit-fraction", "limit-huge", "status-unknown",
         "status-uppercase", "status-empty", "after-empty", "after-not-base64",
         "after-no-timestamp", "after-no-zone", "after-id-zero", "after-id-word",
-        "after-id-beyond-bigint", "after-too-long", "user-not-uuid", "all-not-boolean",
+        "after-id-beyond-bigint", "after-too-long", "after-zone-beyond-postgres",
+        "after-zone-far-west", "after-zone-not-utc", "user-not-uuid",
+        "all-not-boolean",
     ],
 )
 def test_list_bad_parameter_is_422_naming_it(client, as_user, alice, query, parameter):

@@ -842,7 +842,26 @@ def test_newline_in_path_cannot_forge_a_log_line(start_gunicorn):
     server.stop()
     logged = server.output().splitlines()
     assert not any(line.startswith("FORGED") for line in logged)
-    assert "\\nFORGED" in server.output()
+    assert "%0AFORGED" in server.output()
+
+
+def test_spaces_in_path_cannot_forge_log_fields(start_gunicorn):
+    server = start_gunicorn(workers=1)
+    forged = "/1%20status=200%20user=someone%20request_id=forged"
+
+    status, headers, _ = server.request("GET", ORDERS_URL + forged)
+
+    assert status == 404
+    server.stop()
+    [line] = [
+        line
+        for line in server.output().splitlines()
+        if headers["X-Request-ID"] in line and line.startswith("method=")
+    ]
+    fields = dict(field.split("=", 1) for field in line.split(" "))
+    assert fields["status"] == "404"
+    assert fields["user"] == "-"
+    assert "%20status%3D200" in fields["path"]
 
 
 def test_request_gunicorn_refuses_is_logged_without_its_text(start_gunicorn):

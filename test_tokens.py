@@ -543,3 +543,23 @@ def test_token_verified_under_one_secret_is_not_trusted_under_another(
     other_client = make_app(SECRET_KEY=OTHER_SECRET)
 
     assert_refused(other_client.get(ORDERS_URL, headers=bearer(token)))
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "customer\torders:fulfil",
+        "customer\norders:fulfil",
+        "customer\u00a0orders:fulfil",
+        "customer\u3000orders:fulfil",
+        "orders:fulfil\u2003",
+    ],
+    ids=["tab", "newline", "no-break-space", "ideographic-space", "em-space-after"],
+)
+def test_staff_scope_counts_only_between_plain_spaces(client, scope):
+    token = sign(valid_claims(scope=scope))
+
+    response = client.post(ORDERS_URL + "/1/fulfil", headers=bearer(token))
+
+    assert response.status_code == 403
+    assert response.get_json()["messages"] == ["FORBIDDEN"]
