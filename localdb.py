@@ -19,6 +19,7 @@ import socket
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import db
@@ -217,7 +218,7 @@ def serve():
 
     port = environ.setdefault("PORT", "8080")
     print(f"""---> serving on http://127.0.0.1:{port}; to try it, in another shell:
-    TOKEN=$({secret_note}.venv/bin/flask --app orders token {_example_user()})
+    TOKEN=$({secret_note}.venv/bin/flask --app orders token {uuid.uuid4()})
     curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{port}/api/v1/orders
 """, flush=True)
 
@@ -239,12 +240,6 @@ def serve():
         if local_server is not None:
             local_server.stop()
             print("---> local PostgreSQL stopped")
-
-
-def _example_user():
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 if __name__ == "__main__":

@@ -336,8 +336,8 @@ def error_response(status, messages, headers=None):
 
 def _http_error(error):
     headers = {}
-    if error.code == 405 and error.get_response().headers.get("Allow"):
-        headers["Allow"] = error.get_response().headers["Allow"]
+    if getattr(error, "valid_methods", None):
+        headers["Allow"] = ", ".join(error.valid_methods)
     name = ERROR_NAMES.get(error.code, error.name.upper().replace(" ", "_"))
     return error_response(error.code, [name], headers)
 
@@ -355,8 +355,6 @@ def _database_unavailable(error):
 
 
 def _unexpected_error(error):
-    if isinstance(error, HTTPException):
-        return _http_error(error)
     log.exception("unexpected error, answering 500 request_id=%s", g.get("request_id"))
     return error_response(500, ["INTERNAL_ERROR"])
 
@@ -511,9 +509,7 @@ def _request_digest(lines):
 def _read_order_request():
     """Return the products of the request's order, or raise InvalidRequest."""
     if request.mimetype != "application/json":
-        raise InvalidRequest(
-            415, ["Content-Type: must be application/json"]
-        )
+        raise InvalidRequest(415, ["Content-Type: must be application/json"])
     try:
         raw = request.get_data(cache=False)
     except HTTPException:
@@ -780,21 +776,24 @@ def _order_url(order_id):
 
 def _find_order(order_id, user, own_only=False):
     """Return (status, ORDER JSON) of an order the user may see, or None."""
-    if order_id > MAX_ORDER_ID:
-        return None
     statement = FIND_ANY_ORDER if user.is_staff and not own_only else FIND_OWN_ORDER
-    with _database().connection() as conn, conn.cursor() as cursor:
-        cursor.execute(statement, {"owner": user.uuid, "order_id": order_id})
-        return cursor.fetchone()
+    return _fetch_one(statement, order_id, user.uuid)
 
 
 def _change_status(statement, order_id, owner):
+    """Return the ORDER JSON the change answers, or None if it changed none."""
+    row = _fetch_one(statement, order_id, owner)
+    return row[0] if row else None
+
+
+def _fetch_one(statement, order_id, owner):
+    """Run a statement about one order; its first row, or None. A number
+    beyond bigint names no order and never reaches the database."""
     if order_id > MAX_ORDER_ID:
         return None
     with _database().connection() as conn, conn.cursor() as cursor:
         cursor.execute(statement, {"owner": owner, "order_id": order_id})
-        row = cursor.fetchone()
-    return row[0] if row else None
+        return cursor.fetchone()
 
 
 # ---------------------------------------------------------------------------

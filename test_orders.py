@@ -89,8 +89,19 @@ def test_other_users_order_is_404_like_a_missing_one(client, as_user, alice, bob
     assert others.data == missing.data
 
 
-def test_order_id_beyond_bigint_is_404(client, as_user, alice):
-    response = client.get(f"/api/v1/orders/{2**64}", headers=as_user(alice))
+@pytest.mark.parametrize(
+    "order_number",
+    ["0", str(2**63), str(2**64), "9" * 5000],
+    ids=["zero", "bigint-plus-one", "beyond-bigint", "5000-digits"],
+)
+@pytest.mark.parametrize("action", ["", "/cancel", "/fulfil"])
+def test_order_number_outside_bigint_is_404(
+    client, as_user, alice, order_number, action
+):
+    method = client.get if not action else client.post
+    response = method(
+        f"/api/v1/orders/{order_number}{action}", headers=as_user(alice, staff=True)
+    )
 
     assert response.status_code == 404
     assert response.get_json()["messages"] == ["NOT_FOUND"]
